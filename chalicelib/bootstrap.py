@@ -1,0 +1,79 @@
+"""Wire concrete adapters to the service from the settings, once per process.
+
+Construction is lazy so that importing `app.py` never touches a backend, and guarded by a lock
+because `chalice local` serves requests on several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from chalicelib.auth import AuthSettings, TokenVerifier
+from chalicelib.config import Settings, load_settings
+from chalicelib.dev_keys import DEV_ISSUER, load_or_create_dev_key
+from chalicelib.service import PlanService
+from chalicelib.store.base import PlanStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    settings: Settings
+    store: PlanStore
+    service: PlanService
+    verifier: TokenVerifier
+
+
+_lock = threading.Lock()
+_components: Components | None = None
+
+
+def build_store(settings: Settings) -> PlanStore:
+    if settings.redis_url:
+        from chalicelib.store.redis_store import RedisPlanStore
+
+        return RedisPlanStore(settings.redis_url, prefix=settings.redis_key_prefix)
+    from chalicelib.store.sqlite_store import SqlitePlanStore
+
+    return SqlitePlanStore(settings.sqlite_path)
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    extra_keys: tuple[dict, ...] = ()
+    extra_issuers: tuple[str, ...] = ()
+    if settings.trust_dev_key:
+        extra_keys = (load_or_create_dev_key(settings.dev_key_path).public_jwk,)
+        extra_issuers = (DEV_ISSUER,)
+    return TokenVerifier(AuthSettings(
+        jwks_url=settings.jwks_url,
+        issuers=settings.issuers,
+        client_id=settings.client_id or "unset-client-id",
+        extra_public_keys=extra_keys,
+        extra_issuers=extra_issuers,
+    ))
+
+
+def components() -> Components:
+    global _components
+    if _components is None:
+        with _lock:
+            if _components is None:
+                settings = load_settings()
+                if not settings.client_id:
+                    logger.error("OAUTH_CLIENT_ID is not set, so every bearer token is rejected")
+                store = build_store(settings)
+                _components = Components(
+                    settings=settings,
+                    store=store,
+                    service=PlanService(store, settings.schema_path),
+                    verifier=build_verifier(settings),
+                )
+                logger.info("plan API started", extra={
+                    "stage": settings.stage,
+                    "store": "redis" if settings.redis_url else "sqlite",
+                    "dev_key_trusted": settings.trust_dev_key,
+                })
+    return _components
