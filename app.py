@@ -273,3 +273,17 @@ def patch_plan(plan_id: str) -> Response:
 def delete_plan(plan_id: str) -> Response:
     components().service.delete(plan_id, _request().headers.get("if-match"))
     return Response(body="", status_code=204)
+
+
+@app.route("/v1/plan/es_plan/{plan_id}", methods=["GET"], authorizer=jwt_auth)
+@handle_errors
+def get_indexed_plan(plan_id: str) -> Response:
+    return json_response(components().search_service().get_plan(plan_id))
+
+
+@app.route("/v1/plan/es_data", methods=["GET"], authorizer=jwt_auth)
+@handle_errors
+def find_indexed_objects() -> Response:
+    params = _request().query_params or {}
+    search = components().search_service()
+    return json_response(search.find(params.get("id"), params.get("parent_type")))

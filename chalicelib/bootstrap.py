@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from chalicelib.auth import AuthSettings, TokenVerifier
 from chalicelib.config import Settings, load_settings
 from chalicelib.dev_keys import DEV_ISSUER, load_or_create_dev_key
+from chalicelib.search_service import SearchService
 from chalicelib.service import PlanService
 from chalicelib.store.base import PlanStore
 
@@ -25,6 +26,17 @@ class Components:
     store: PlanStore
     service: PlanService
     verifier: TokenVerifier
+    _search: SearchService | None = None
+
+    def search_service(self) -> SearchService:
+        """Build the search index on first use, so plan routes never depend on it."""
+        if self._search is None:
+            with _lock:
+                if self._search is None:
+                    from chalicelib.search.factory import build_search_index
+
+                    self._search = SearchService(build_search_index(self.settings))
+        return self._search
 
 
 _lock = threading.Lock()
