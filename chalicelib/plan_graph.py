@@ -171,14 +171,10 @@ def decompose(plan: dict[str, Any]) -> dict[str, StoredObject]:
             continue
         first_seen[identity] = document_pointer
 
-        body = copy.deepcopy(source)
         children: list[tuple[str, str]] = []
-        for local_pointer, child_relation, child in _stored_children(body):
-            child_identity = identity_of(child["objectType"], child["objectId"])
-            children.append((local_pointer, child_identity))
-            pending.append((child, document_pointer + local_pointer, child_relation, identity))
-        for local_pointer, _ in children:
-            _set_at_pointer(body, local_pointer, None)
+        body = {key: _detach_children(value, f"/{escape_pointer_token(key)}", key, children,
+                                      pending, document_pointer, identity)
+                for key, value in source.items()}
         objects[identity] = StoredObject(
             object_type=source["objectType"],
             object_id=source["objectId"],
@@ -193,24 +189,28 @@ def decompose(plan: dict[str, Any]) -> dict[str, StoredObject]:
     return objects
 
 
-def _stored_children(body: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Yield (pointer, relation, child) for each stored object nested in `body`, not below it.
+def _detach_children(value: Any, pointer: str, relation: str, children: list[tuple[str, str]],
+                     pending: deque[tuple[dict[str, Any], str, str, str | None]],
+                     document_pointer: str, parent: str) -> Any:
+    """Copy one member of a stored object, leaving `None` where a stored child was.
 
-    The relation is the nearest member name above the child, so an element of
-    `linkedPlanServices` has the relation `linkedPlanServices`.
+    Each child found is recorded in `children` as (pointer inside the parent, identity) and
+    queued in `pending` to be decomposed in turn. The relation is the nearest member name above
+    the child, so an element of `linkedPlanServices` has the relation `linkedPlanServices`.
     """
-    stack: list[tuple[Any, str, str]] = [
-        (value, f"/{escape_pointer_token(key)}", key) for key, value in reversed(body.items())]
-    while stack:
-        value, pointer, relation = stack.pop()
-        if is_stored_object(value):
-            yield pointer, relation, value
-        elif isinstance(value, dict):
-            stack.extend((child, f"{pointer}/{escape_pointer_token(key)}", key)
-                         for key, child in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend((child, f"{pointer}/{index}", relation)
-                         for index, child in reversed(list(enumerate(value))))
+    if is_stored_object(value):
+        children.append((pointer, identity_of(value["objectType"], value["objectId"])))
+        pending.append((value, document_pointer + pointer, relation, parent))
+        return None
+    if isinstance(value, dict):
+        return {key: _detach_children(child, f"{pointer}/{escape_pointer_token(key)}", key,
+                                      children, pending, document_pointer, parent)
+                for key, child in value.items()}
+    if isinstance(value, list):
+        return [_detach_children(child, f"{pointer}/{index}", relation, children, pending,
+                                 document_pointer, parent)
+                for index, child in enumerate(value)]
+    return value
 
 
 def _set_at_pointer(document: Any, pointer: str, value: Any) -> None:
