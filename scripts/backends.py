@@ -40,7 +40,7 @@ SERVICE_NAMES = ("redis", "rabbitmq", "opensearch")
 STATE_ENV = "BACKENDS_STATE"
 URL_ENV = {"redis": "REDIS_URL", "rabbitmq": "RABBITMQ_URL", "opensearch": "SEARCH_URL"}
 
-# Deadlines in seconds. They bound every wait; typical times are far lower (printed on each run).
+# Deadlines in seconds that bound every wait. Typical times are far lower and are logged.
 START_TIMEOUT = {"redis": 30.0, "rabbitmq": 120.0, "opensearch": 180.0}
 STOP_GRACE_TIMEOUT = 60.0
 KILL_TIMEOUT = 30.0
@@ -59,8 +59,8 @@ OPENSEARCH_JVM_OPTIONS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-# Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the rabbitmq user and
-# ignores our environment for HOME, so the script behind it is run directly.
+# Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the rabbitmq user, who
+# cannot write our temporary directory and has another HOME, so the script behind it is used.
 DEBIAN_RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
@@ -107,15 +107,22 @@ class ProcessRef:
     start_ticks: int
 
 
-def _read_proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """Return (state, process group, start ticks) of a process, or None when it is gone."""
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Return the fields of /proc/PID/stat from the state on, or None when the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except OSError:
         return None
 
     # The command name in brackets may contain spaces, so fields are counted after the last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _read_proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """Return (state, process group, start ticks) of a process, or None when it is gone."""
+    fields = _proc_stat_fields(pid)
+    if fields is None:
+        return None
     return fields[0], int(fields[2]), int(fields[19])
 
 
@@ -125,12 +132,6 @@ def process_ref(pid: int) -> ProcessRef:
     if stat is None:
         raise BackendError(f"process {pid} exited before its start time could be read")
     return ProcessRef(pid, stat[2])
-
-
-def _is_ours(ref: ProcessRef) -> bool:
-    """Tell whether the pid still belongs to the process that was started, even as a zombie."""
-    stat = _read_proc_stat(ref.pid)
-    return stat is not None and stat[2] == ref.start_ticks
 
 
 def is_running(ref: ProcessRef) -> bool:
@@ -164,10 +165,10 @@ def _signal_group(leader: ProcessRef, signum: int) -> None:
 
 
 def become_subreaper() -> None:
-    """Adopt orphaned descendants, so servers restarted by `start` are reaped, not left as zombies.
+    """Adopt orphaned descendants, so servers restarted by `start` are reaped at the end.
 
-    A server that `start` launches outlives that command and is re-parented; in containers and
-    microVMs process 1 often never reaps, which would leave a zombie after each restart.
+    A server that `start` launches outlives that command and is re-parented. Process 1 of
+    containers and microVMs often never reaps, which would leave a zombie after each restart.
     """
     pr_set_child_subreaper = 36
     libc = ctypes.CDLL(None, use_errno=True)
@@ -175,15 +176,16 @@ def become_subreaper() -> None:
         LOG.debug("event=subreaper_unavailable errno=%d", ctypes.get_errno())
 
 
-def reap_exited_children() -> None:
-    """Collect the exit status of every child that has already exited."""
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def reap_exited_children(keep: int | None = None) -> None:
+    """Collect the exit status of every exited child except `keep`, whose Popen still waits."""
+    own_pid = str(os.getpid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == keep:
+            continue
+        fields = _proc_stat_fields(int(entry.name))
+        if fields is not None and fields[0] == "Z" and fields[1] == own_pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
 
 
 def port_is_open(port: int) -> bool:
@@ -202,8 +204,8 @@ def _wait_group_stopped(
             return False
         time.sleep(0.1)
 
-    # Ports are probed only after the processes are gone: a probe of a live AMQP port
-    # makes RabbitMQ log a dropped client connection.
+    # Ports are probed only after the processes are gone, because a probe of a live AMQP
+    # port makes RabbitMQ log a dropped client connection.
     while any(port_is_open(port) for port in ports):
         if time.monotonic() > deadline:
             return False
@@ -235,7 +237,7 @@ def stop_process_group(
 
 
 def free_ports(count: int) -> list[int]:
-    """Reserve `count` distinct free loopback ports; all are held open until all are chosen."""
+    """Return `count` distinct free loopback ports, each held open until all are chosen."""
     sockets = []
     try:
         for _ in range(count):
@@ -274,7 +276,7 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
 
 
 def redis_is_ready(port: int) -> bool:
-    """Send PING in RESP; a loading or starting server answers with an error, not PONG."""
+    """Send PING in RESP and expect PONG, which a server still loading does not return."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2.0) as conn:
             conn.sendall(b"*1\r\n$4\r\nPING\r\n")
@@ -481,23 +483,9 @@ def _redis_record(temp_dir: Path, port: int) -> ServiceRecord:
     )
     data_dir = temp_dir / "redis"
     data_dir.mkdir()
-    argv = [
-        program,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data_dir),
-        "--daemonize",
-        "no",
-        "--logfile",
-        "",
-    ]
+    argv = [program, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+    # Persistence is off and the server stays in the foreground. An empty --logfile is stdout.
+    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
     return ServiceRecord(
         name="redis",
         port=port,
@@ -567,17 +555,17 @@ def _opensearch_record(
     base = temp_dir / "opensearch"
     base.mkdir()
     cache = opensearch_cache_dir()
+    classpath = f"{cache / 'classes'}:{cache / 'lib'}/*"
+    node_args = [str(base / "node"), str(http_port), str(transport_port)]
     argv = [
         java,
         *OPENSEARCH_JVM_OPTIONS,
         "-cp",
-        f"{cache / 'classes'}:{cache / 'lib'}/*",
+        classpath,
         "OpenSearchNode",
-        str(base / "node"),
-        str(http_port),
-        str(transport_port),
-        f"plantest-{http_port}",
+        *node_args,
     ]
+    argv.append(f"plantest-{http_port}")
     return ServiceRecord(
         name="opensearch",
         port=http_port,
@@ -619,14 +607,14 @@ def _run_tool(argv: list[str], timeout: float, log_path: Path, what: str) -> Non
 
 
 def prepare_opensearch() -> float:
-    """Fetch the OpenSearch jars and compile the launcher unless the cache has them; return seconds."""
+    """Fetch the OpenSearch jars and compile the launcher unless cached; return the seconds."""
     started = time.monotonic()
     pom = OPENSEARCH_SOURCE_DIR / "pom.xml"
     source = OPENSEARCH_SOURCE_DIR / "OpenSearchNode.java"
     cache = opensearch_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
 
-    # Parallel runs share the cache; the lock makes one of them fill it and the others wait.
+    # Parallel runs share the cache, so one of them fills it while the others wait.
     with file_lock(cache / ".lock", timeout=MAVEN_TIMEOUT + JAVAC_TIMEOUT):
         lib, lib_marker = cache / "lib", cache / "lib" / ".complete"
         pom_hash = _sha256_of(pom)
@@ -635,16 +623,9 @@ def prepare_opensearch() -> float:
             LOG.info("event=fetch_jars tool=maven destination=%s", lib)
             partial = cache / "lib.partial"
             shutil.rmtree(partial, ignore_errors=True)
+            mvn_argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies"]
             _run_tool(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-f",
-                    str(pom),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={partial}",
-                ],
+                [*mvn_argv, f"-DoutputDirectory={partial}"],
                 MAVEN_TIMEOUT,
                 cache / "maven.log",
                 "fetching the OpenSearch jars with Maven",
@@ -712,7 +693,7 @@ def _spawn(
 
 
 def spawn_service(record: ServiceRecord) -> subprocess.Popen[bytes]:
-    """Start one server process; RabbitMQ sees none of the caller's RABBITMQ_* or ERL_* variables."""
+    """Start one server. RabbitMQ does not inherit the caller's RABBITMQ_* or ERL_* variables."""
     strip = ("RABBITMQ_", "ERL_") if record.name == "rabbitmq" else ()
     return _spawn(record.argv, record.env, record.cwd, Path(record.log), strip)
 
@@ -723,7 +704,7 @@ def wait_ready(
     timeout: float,
     cancel: threading.Event | None = None,
 ) -> float:
-    """Poll the server's readiness check until it passes; return the seconds it took."""
+    """Poll the server's readiness check until it passes and return the seconds it took."""
     started = time.monotonic()
     deadline = started + timeout
     check = READINESS_CHECKS[record.name]
@@ -746,7 +727,7 @@ def wait_ready(
 
 
 def _start_epmd(state: State, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start the Erlang port mapper RabbitMQ registers with; a node would otherwise daemonize its own."""
+    """Start epmd for RabbitMQ, because a node would otherwise start an epmd daemon of its own."""
     assert state.epmd_argv is not None and state.epmd_port is not None
     proc = _spawn(state.epmd_argv, {}, state.temp_dir, log_path)
     state.epmd = process_ref(proc.pid)
@@ -767,7 +748,7 @@ def _epmd_log(state: State) -> Path:
 def start_service(
     name: str, state_path: Path | None = None, timeout: float | None = None
 ) -> float:
-    """Start a stopped server again on its old ports and data directory; return seconds to ready.
+    """Start a stopped server on its old ports and data directory and return seconds to ready.
 
     Does nothing when the server is running. Raises StartError when a port is taken by another
     process or the server is not ready within `timeout` (default: the server's start deadline).
@@ -814,9 +795,9 @@ def start_service(
 def stop_service(
     name: str, state_path: Path | None = None, *, kill: bool = False
 ) -> float:
-    """Stop one server and wait until its ports are closed; return the seconds it took.
+    """Stop one server, wait until its ports are closed and return the seconds it took.
 
-    SIGTERM lets the server shut down cleanly and SIGKILL follows after the grace timeout;
+    SIGTERM lets the server shut down cleanly, and SIGKILL follows after the grace timeout.
     `kill=True` sends SIGKILL at once, like a crash. Does nothing when the server is stopped.
     """
     path = state_path or state_path_from_env()
@@ -918,15 +899,9 @@ class Servers:
         return state
 
     def _start_watcher(self) -> None:
-        argv = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "watch-owner",
-            "--state",
-            str(self.state_path),
-            "--owner",
-            str(os.getpid()),
-        ]
+        script = str(Path(__file__).resolve())
+        argv = [sys.executable, script, "watch-owner", "--state", str(self.state_path)]
+        argv += ["--owner", str(os.getpid())]
         proc = _spawn(argv, {}, str(self.temp_dir), self.temp_dir / "watcher.log")
         with locked_state(self.state_path) as state:
             state.watcher = process_ref(proc.pid)
@@ -964,7 +939,7 @@ class Servers:
             self._cancel.set()
 
     def start(self) -> None:
-        """Start all servers in parallel; on any failure raise StartError naming each failure."""
+        """Start all servers in parallel, or raise StartError that names each failure."""
         started = time.monotonic()
         write_state(self.state_path, self._build_state())
         self._start_watcher()
@@ -1056,7 +1031,11 @@ def run_command(names: Sequence[str], command: Sequence[str]) -> int:
         servers.start()
         env = {**os.environ, **servers.environment()}
         LOG.info("event=run_command command=%s", shlex.join(command))
-        child = subprocess.Popen(list(command), env=env)
+        try:
+            child = subprocess.Popen(list(command), env=env)
+        except OSError as error:
+            LOG.error("event=command_failed command=%s error=%s", command[0], error)
+            return 127
 
         # The terminal sends Ctrl-C to the child too; SIGTERM is meant for this process alone
         # and is passed on. Either way the child gets a bounded time to finish.
@@ -1073,6 +1052,8 @@ def run_command(names: Sequence[str], command: Sequence[str]) -> int:
                 status = child.wait(timeout=1.0)
                 break
             except subprocess.TimeoutExpired:
+                # RabbitMQ 3.10 starts `epmd -daemon` about once a minute, and this reaps each one.
+                reap_exited_children(keep=child.pid)
                 if (
                     interrupted_at
                     and time.monotonic() - interrupted_at[0] > CHILD_EXIT_TIMEOUT
@@ -1106,7 +1087,8 @@ def serve(names: Sequence[str]) -> int:
                 print(f"export {key}={shlex.quote(value)}", flush=True)
         LOG.info("event=serving hint=press Ctrl-C to stop the servers")
         while True:
-            signal.pause()
+            time.sleep(10.0)
+            reap_exited_children()
     except Interrupted:
         return 0
     finally:

