@@ -208,7 +208,8 @@ def health() -> Response:
         problem.status, problem.title, problem.type_suffix = 503, "Service Unavailable", "unhealthy"
         response = problem_response(problem)
         body = json.loads(response.body)
-        body.update({"status": "unavailable", "checks": checks})
+        # `status` stays the HTTP status code, as RFC 9457 defines that member.
+        body["checks"] = checks
         response.body = json.dumps(body)
         return response
     return json_response({"status": "ok", "checks": checks})
