@@ -9,22 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid
 from typing import Any, Callable
 
+import redis
 from chalice import AuthResponse, Chalice, Response
 from chalice.app import Request
 
-from chalicelib.bootstrap import components
+from chalicelib.bootstrap import components, token_verifier
 from chalicelib.conditional import if_none_match_hits
-from chalicelib.errors import (MalformedRequest, PayloadTooLarge, PlanApiError,
-                               UnsupportedMediaType)
+from chalicelib.errors import (BackendUnavailable, MalformedRequest, PayloadTooLarge,
+                               PlanApiError, UnsupportedMediaType)
 from chalicelib.logs import configure_logging
 from chalicelib.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PlanState
 
 MAX_BODY_BYTES = 1024 * 1024
+# Failures to reach a store or index become 503, so clients know to retry.
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlite3.OperationalError,
+    ConnectionError, TimeoutError)
 JSON_CONTENT_TYPES = ("application/json", "application/merge-patch+json")
 # Chalice answers 415 itself for a Content-Type outside this list, so the list is broad and
 # the routes check the type themselves to answer with problem+json.
@@ -42,8 +48,10 @@ logger = logging.getLogger("plan_api.http")
 class ThreadLocalChalice(Chalice):
     """Chalice whose `current_request` belongs to the calling thread.
 
-    `chalice local` serves each request in its own thread but keeps `current_request` in one
-    attribute of the app, so concurrent requests could read each other's request.
+    Chalice keeps `current_request` in one attribute of the app. `chalice local` 1.34 swaps in
+    a thread-local class of its own, but other hosts that serve several threads with one app
+    object (a WSGI adapter, threads driving `chalice.test.Client`) do not, and concurrent
+    requests could then read each other's request.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -92,7 +100,7 @@ def jwt_auth(auth_request: Any) -> AuthResponse:
     from chalicelib.auth import InvalidToken
 
     try:
-        claims = components().verifier.verify(auth_request.token or "")
+        claims = token_verifier().verify(auth_request.token or "")
     except InvalidToken as error:
         logger.info("bearer token rejected", extra={"reason": str(error)})
         raise TokenRejected() from None
@@ -152,6 +160,10 @@ def handle_errors(route: Callable[..., Response]) -> Callable[..., Response]:
             return route(*args, **kwargs)
         except PlanApiError as error:
             return problem_response(error)
+        except BACKEND_ERRORS as error:
+            logger.error("backend unavailable", extra={"error": f"{type(error).__name__}: {error}"})
+            return problem_response(BackendUnavailable(
+                "A backend the API depends on is unavailable; retry later."))
         except Exception:
             logger.exception("unhandled error")
             return problem_response(PlanApiError("The server failed to handle the request."))

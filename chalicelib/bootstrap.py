@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from chalicelib.auth import AuthSettings, TokenVerifier
 from chalicelib.config import Settings, load_settings
 from chalicelib.dev_keys import DEV_ISSUER, load_or_create_dev_key
+from chalicelib.queue.relay import (
+    NotifyingPlanStore,
+    OutboxRelay,
+    build_relay,
+    relay_enabled_in_api,
+)
 from chalicelib.search_service import SearchService
 from chalicelib.service import PlanService
 from chalicelib.store.base import PlanStore
@@ -26,6 +32,7 @@ class Components:
     store: PlanStore
     service: PlanService
     verifier: TokenVerifier
+    relay: OutboxRelay | None = None
     _search: SearchService | None = None
 
     def search_service(self) -> SearchService:
@@ -39,7 +46,7 @@ class Components:
         return self._search
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _components: Components | None = None
 
 
@@ -68,6 +75,23 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     ))
 
 
+_verifier: TokenVerifier | None = None
+
+
+def token_verifier() -> TokenVerifier:
+    """Return the process's token verifier, built apart from the store.
+
+    The authorizer uses only this, so a store that cannot be opened yields a problem+json 503
+    from the route instead of failing the authorizer.
+    """
+    global _verifier
+    if _verifier is None:
+        with _lock:
+            if _verifier is None:
+                _verifier = build_verifier(load_settings())
+    return _verifier
+
+
 def components() -> Components:
     global _components
     if _components is None:
@@ -77,15 +101,22 @@ def components() -> Components:
                 if not settings.client_id:
                     logger.error("OAUTH_CLIENT_ID is not set, so every bearer token is rejected")
                 store = build_store(settings)
+                relay = build_relay(settings, store) if relay_enabled_in_api() else None
+                if relay is not None:
+                    # Every committed write wakes the relay, so events reach the queue quickly.
+                    store = NotifyingPlanStore(store, relay.notify)
+                    relay.start()
                 _components = Components(
                     settings=settings,
                     store=store,
                     service=PlanService(store, settings.schema_path),
-                    verifier=build_verifier(settings),
+                    verifier=token_verifier(),
+                    relay=relay,
                 )
                 logger.info("plan API started", extra={
                     "stage": settings.stage,
                     "store": "redis" if settings.redis_url else "sqlite",
                     "dev_key_trusted": settings.trust_dev_key,
+                    "outbox_relay": type(relay.sink).__name__ if relay else "off",
                 })
     return _components

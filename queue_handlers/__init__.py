@@ -1,0 +1,1 @@
+"""Lambda-style queue handlers and the local runner that feeds them from RabbitMQ."""
