@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any, Callable
 
+import opensearchpy
 import redis
 from chalice import AuthResponse, Chalice, Response
 from chalice.app import Request
@@ -24,13 +25,15 @@ from chalicelib.conditional import if_none_match_hits
 from chalicelib.errors import (BackendUnavailable, MalformedRequest, PayloadTooLarge,
                                PlanApiError, UnsupportedMediaType)
 from chalicelib.logs import configure_logging
+from chalicelib.search.documents import SearchIndexError
 from chalicelib.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PlanState
 
 MAX_BODY_BYTES = 1024 * 1024
-# Failures to reach a store or index become 503, so clients know to retry.
+# Failures to reach a store or index become 503, so clients know to retry. OSError covers
+# refused connections, timeouts and an embedded database file that cannot be opened.
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlite3.OperationalError,
-    ConnectionError, TimeoutError)
+    opensearchpy.exceptions.ConnectionError, SearchIndexError, OSError)
 JSON_CONTENT_TYPES = ("application/json", "application/merge-patch+json")
 # Chalice answers 415 itself for a Content-Type outside this list, so the list is broad and
 # the routes check the type themselves to answer with problem+json.
