@@ -35,8 +35,8 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlite3.OperationalError,
     opensearchpy.exceptions.ConnectionError, SearchIndexError, OSError)
 JSON_CONTENT_TYPES = ("application/json", "application/merge-patch+json")
-# Chalice answers 415 itself for a Content-Type outside this list, so the list is broad and
-# the routes check the type themselves to answer with problem+json.
+# Chalice returns its own 415 for a Content-Type outside this list, so the list is broad and
+# the routes check the type themselves to return problem+json.
 ACCEPTED_CONTENT_TYPES = [
     "application/json", "application/merge-patch+json", "application/problem+json",
     "text/plain", "text/html", "text/xml", "application/xml", "application/x-www-form-urlencoded",
@@ -85,14 +85,14 @@ try:
     from chalice.local import NotAuthorizedError as _LocalNotAuthorized
 
     class TokenRejected(_LocalNotAuthorized):
-        """Makes `chalice local` and `chalice.test.Client` answer 401."""
+        """Makes `chalice local` and `chalice.test.Client` return 401."""
 
         def __init__(self) -> None:
             super().__init__({"x-amzn-ErrorType": "UnauthorizedException"},
                              b'{"message":"Unauthorized"}')
 except ImportError:  # On Lambda only the Chalice runtime is packaged, without chalice.local.
     class TokenRejected(Exception):  # type: ignore[no-redef]
-        """API Gateway answers 401 when an authorizer fails with the message 'Unauthorized'."""
+        """API Gateway returns 401 when an authorizer fails with the message 'Unauthorized'."""
 
         def __init__(self) -> None:
             super().__init__("Unauthorized")

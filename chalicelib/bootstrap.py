@@ -42,7 +42,13 @@ class Components:
                 if self._search is None:
                     from chalicelib.search.factory import build_search_index
 
-                    self._search = SearchService(build_search_index(self.settings))
+                    index = build_search_index(self.settings)
+                    try:
+                        index.ensure_index()
+                    except Exception as error:
+                        # Reads then fail with 503 until the index is reachable.
+                        logger.warning("search index not ready", extra={"error": str(error)})
+                    self._search = SearchService(index)
         return self._search
 
 

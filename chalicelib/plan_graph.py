@@ -1,7 +1,7 @@
 """The pure plan graph: split a plan into stored objects, put it back together, and fingerprint it.
 
 A *stored object* is any JSON object that carries both `objectId` and `objectType`. Each one is
-kept on its own; its parent keeps a placeholder (`None`) where the child was and records the
+kept on its own. Its parent keeps a placeholder (`None`) where the child was and records the
 child's location as a JSON Pointer relative to itself. Nothing here does I/O.
 """
 

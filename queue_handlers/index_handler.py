@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.rabbit_mq_event import (
 from chalicelib.logs import configure_logging
 from chalicelib.queue import mq_events
 from chalicelib.search.base import SearchIndex
-from chalicelib.search.documents import PermanentEventError
+from chalicelib.search.documents import PermanentEventError, combine_permanent
 
 configure_logging()
 logger = logging.getLogger("plan_api.index_handler")
@@ -214,7 +214,7 @@ def make_handler(index_provider: Callable[[], SearchIndex]) -> LambdaHandler:
 
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         if rejected:
-            failure = _combine(rejected)
+            failure = combine_permanent(rejected)
             logger.error("plan event batch applied except for permanently invalid events", extra={
                 **log_fields, "duration_ms": duration_ms, "rejected_ids": list(failure.event_ids),
                 "error": str(failure)})
@@ -249,18 +249,6 @@ def _unique_events(messages: list[DecodedMessage]) -> list[dict[str, Any]]:
             seen.add(event_id)
             unique.append(message.plan_event)
     return unique
-
-
-def _combine(errors: list[PermanentEventError]) -> PermanentEventError:
-    if len(errors) == 1:
-        return errors[0]
-    event_ids = [event_id for error in errors for event_id in error.event_ids]
-    message = "; ".join(str(error) for error in errors[:3])
-    if len(errors) > 3:
-        message += f"; and {len(errors) - 3} more"
-    kinds = {type(error) for error in errors}
-    error_class = kinds.pop() if len(kinds) == 1 else PermanentEventError
-    return error_class(message, event_ids)
 
 
 def _raise_classified(index: SearchIndex, error: Exception, plan_events: list[dict[str, Any]],

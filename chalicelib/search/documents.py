@@ -131,19 +131,23 @@ class JoinRelations:
         return relation in self.children.get(parent_join_name, [])
 
 
-def raise_permanent(errors: list[PermanentEventError]) -> None:
-    """Raise one error, of the errors' common class, that names every event in `errors`.
-
-    An empty list raises nothing."""
-    if not errors:
-        return
+def combine_permanent(errors: list[PermanentEventError]) -> PermanentEventError:
+    """Return one error, of the errors' common class, that names every event in `errors`."""
+    if len(errors) == 1:
+        return errors[0]
     event_ids = [event_id for error in errors for event_id in error.event_ids]
     message = "; ".join(str(error) for error in errors[:3])
     if len(errors) > 3:
         message += f"; and {len(errors) - 3} more"
     kinds = {type(error) for error in errors}
     error_class = kinds.pop() if len(kinds) == 1 else PermanentEventError
-    raise error_class(message, event_ids)
+    return error_class(message, event_ids)
+
+
+def raise_permanent(errors: list[PermanentEventError]) -> None:
+    """Raise `combine_permanent(errors)`; an empty list raises nothing."""
+    if errors:
+        raise combine_permanent(errors)
 
 
 def event_label(event: Any, position: int) -> str:

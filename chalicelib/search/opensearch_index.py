@@ -212,6 +212,10 @@ class OpenSearchIndex:
         with self._translated("create the search indices"):
             self._create_or_update(self.index_name, self.document_mappings(), self.index_settings)
             self._create_or_update(self.guard_index_name, GUARD_MAPPINGS, {})
+            # Another process may have created the indices a moment ago; searching them before
+            # their primary shards start fails with "all shards failed".
+            self.client.cluster.health(index=f"{self.index_name},{self.guard_index_name}",
+                                       wait_for_status="yellow")
         self._ready = True
 
     def _create_or_update(

@@ -27,6 +27,8 @@ from chalicelib.store.base import PlanSnapshot, PlanStore
 from chalicelib.store.redis_store import RedisPlanStore
 from chalicelib.store.sqlite_store import SqlitePlanStore
 from tests.support.jwt_factory import TokenFactory
+from tests.support.plans import SEED_PATCH as EXAMPLE_PATCH
+from tests.support.plans import SEED_PLAN as EXAMPLE_PLAN
 from tests.support.server import running_server
 
 STORE_KINDS = ("sqlite", "redis")
@@ -36,40 +38,7 @@ _DEFAULT_TOKEN: Any = object()
 
 # The API contract's example plan and example PATCH. Merging the PATCH into the plan gives
 # planCostShares deductible 2056300 and copay 2235533, and three linkedPlanServices.
-EXAMPLE_PLAN: dict[str, Any] = {
-    "planCostShares": {"deductible": 2000, "_org": "example.com", "copay": 23,
-                       "objectId": "1234vxc2324sdf-501", "objectType": "membercostshare"},
-    "linkedPlanServices": [
-        {"linkedService": {"_org": "example.com", "objectId": "1234520xvc30asdf-502",
-                           "objectType": "service", "name": "Yearly physical"},
-         "planserviceCostShares": {"deductible": 10, "_org": "example.com", "copay": 0,
-                                   "objectId": "1234512xvc1314asdfs-503",
-                                   "objectType": "membercostshare"},
-         "_org": "example.com", "objectId": "27283xvx9asdff-504", "objectType": "planservice"},
-        {"linkedService": {"_org": "example.com", "objectId": "1234520xvc30sfs-505",
-                           "objectType": "service", "name": "well baby"},
-         "planserviceCostShares": {"deductible": 10, "_org": "example.com", "copay": 175,
-                                   "objectId": "1234512xvc1314sdfsd-506",
-                                   "objectType": "membercostshare"},
-         "_org": "example.com", "objectId": "27283xvx9sdf-507", "objectType": "planservice"},
-    ],
-    "_org": "example.com", "objectId": "12xvxc345ssdsds-508", "objectType": "plan",
-    "planType": "inNetwork", "creationDate": "12-12-2017",
-}
 
-EXAMPLE_PATCH: dict[str, Any] = {
-    "planCostShares": {"deductible": 2056300, "_org": "example.com", "copay": 2235533,
-                       "objectId": "1234vxc2324sdf-501", "objectType": "membercostshare"},
-    "linkedPlanServices": [
-        {"linkedService": {"_org": "example.com", "objectId": "1234520xvc30asdf-502-abc",
-                           "objectType": "service", "name": "Yearly physical"},
-         "planserviceCostShares": {"deductible": 3000, "_org": "example.com", "copay": 24210,
-                                   "objectId": "1234512xvc1314asdfs-503-abcd",
-                                   "objectType": "membercostshare"},
-         "_org": "example.com", "objectId": "27283xvx9asdff-504-abc",
-         "objectType": "planservice"},
-    ],
-}
 
 
 def with_unique_ids(document: Any, suffix: str) -> Any:

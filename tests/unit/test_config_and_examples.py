@@ -60,8 +60,8 @@ def test_issuers_are_comma_separated() -> None:
 
 
 def test_examples_are_the_seed_documents() -> None:
-    assert json.loads((ROOT / "examples/seed-plan.json").read_text()) == SEED_PLAN
-    assert json.loads((ROOT / "examples/seed-patch.json").read_text()) == SEED_PATCH
+    assert json.loads((ROOT / "examples/plan.json").read_text()) == SEED_PLAN
+    assert json.loads((ROOT / "examples/plan-patch.json").read_text()) == SEED_PATCH
 
 
 def test_postman_collection_holds_the_seed_requests_and_a_token_variable() -> None:
