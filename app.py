@@ -208,15 +208,34 @@ def plan_response(state: PlanState, status: int = 200, headers: dict[str, str] |
     return json_response(state.document, status, {"ETag": state.etag, **(headers or {})})
 
 
+def _check_store() -> None:
+    components().store.check_health()
+
+
+def _check_search() -> None:
+    components().search_service().index.check_health()
+
+
+def _check_queue() -> None:
+    relay = components().relay
+    if relay is not None and relay.consecutive_failures > 0:
+        raise RuntimeError(f"outbox delivery failed {relay.consecutive_failures} time(s) in a row")
+
+
+HEALTH_CHECKS: dict[str, Callable[[], None]] = {
+    "store": _check_store, "search": _check_search, "queue": _check_queue}
+
+
 @app.route("/health", methods=["GET"])
 def health() -> Response:
     checks: dict[str, str] = {}
-    try:
-        components().store.check_health()
-        checks["store"] = "ok"
-    except Exception as error:
-        logger.warning("health check failed", extra={"backend": "store", "error": str(error)})
-        checks["store"] = f"failed: {type(error).__name__}"
+    for name, check in HEALTH_CHECKS.items():
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as error:
+            logger.warning("health check failed", extra={"backend": name, "error": str(error)})
+            checks[name] = f"failed: {type(error).__name__}"
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
         problem = PlanApiError(f"Backend(s) unavailable: {', '.join(failing)}.")
