@@ -38,6 +38,11 @@ def configure_logging() -> None:
     root = logging.getLogger()
     if any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers):
         return
+    # A host such as `chalice local` may have installed a plain-text handler already; it would
+    # print every record a second time, so it is replaced.
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:  # subclasses, e.g. pytest's, stay
+            root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)

@@ -1,10 +1,13 @@
 """Choose the search index from the settings: OpenSearch when SEARCH_URL is set, else SQLite.
 
-The embedded index lives in its own SQLite file next to the plan store, `<SQLITE_PATH>-search`,
-so that indexing does not contend for the store's write lock.
+The embedded index lives in its own SQLite file next to the plan store, `<SQLITE_PATH>-search`
+(with a suffix naming the Redis store when plans live in Redis), so that indexing does not
+contend for the store's write lock.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from chalicelib.config import Settings
 from chalicelib.schema import join_relations, load_schema
@@ -20,7 +23,14 @@ SQLITE_SUFFIX = "-search"
 
 
 def sqlite_search_path(settings: Settings) -> str:
-    """Return the file of the embedded search index for these settings."""
+    """Return the file of the embedded search index for these settings.
+
+    Plan versions count per store, so each store gets its own index file: a Redis store's
+    events must not be judged against versions that the SQLite store wrote, and vice versa.
+    """
+    if settings.redis_url:
+        store_key = f"{settings.redis_url}|{settings.redis_key_prefix}".encode()
+        return f"{settings.sqlite_path}{SQLITE_SUFFIX}-redis-{hashlib.sha256(store_key).hexdigest()[:12]}"
     return settings.sqlite_path + SQLITE_SUFFIX
 
 

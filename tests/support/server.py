@@ -80,7 +80,7 @@ def running_server(
     ready_status: int = 200,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
 ) -> Iterator[RunningServer]:
-    """Run `scripts/serve.sh --no-autoreload` with `settings` and yield it once it is ready.
+    """Run `scripts/serve.sh` with `settings` and yield it once it is ready.
 
     The server is ready when `GET /health` returns `ready_status`: 200 normally, 503 for a test
     of a server whose backend is down. `settings` replaces every API setting of the inherited
@@ -96,7 +96,7 @@ def running_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [str(SERVE_SCRIPT), "--no-autoreload"],
+            [str(SERVE_SCRIPT)],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
