@@ -79,3 +79,17 @@ def test_chalice_config_sets_only_the_stage() -> None:
     config = json.loads((ROOT / ".chalice/config.json").read_text())
     for stage, values in config["stages"].items():
         assert values["environment_variables"] == {"APP_STAGE": stage}
+
+
+def test_each_store_gets_its_own_embedded_search_file() -> None:
+    from chalicelib.search.factory import sqlite_search_path
+
+    sqlite_only = sqlite_search_path(load_settings({"SQLITE_PATH": "d/p.sqlite3"}))
+    on_redis = sqlite_search_path(load_settings({"SQLITE_PATH": "d/p.sqlite3",
+                                                 "REDIS_URL": "redis://a:1/0"}))
+    other_prefix = sqlite_search_path(load_settings({"SQLITE_PATH": "d/p.sqlite3",
+                                                     "REDIS_URL": "redis://a:1/0",
+                                                     "REDIS_KEY_PREFIX": "other:"}))
+    assert sqlite_only == "d/p.sqlite3-search"
+    assert on_redis.startswith("d/p.sqlite3-search-redis-")
+    assert len({sqlite_only, on_redis, other_prefix}) == 3
