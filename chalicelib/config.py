@@ -1,4 +1,5 @@
-"""Settings read from the process environment, with the seed project's `.env` names as aliases.
+"""Settings read from the process environment, with the `.env` names of the
+project this one replaces as aliases.
 
 `.chalice/config.json` sets only `APP_STAGE`, because Chalice copies a stage's variables over
 the shell's. Everything else comes from the environment, with defaults here.
@@ -95,7 +96,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwks_url=env.get("OAUTH_JWKS_URL") or GOOGLE_JWKS_URL,
         issuers=issuers,
         client_id=client_id,
-        # The development key is never trusted in prod, whatever the environment says.
+        # The development key is never trusted in prod, whatever DEV_TOKENS is set to.
         trust_dev_key=stage == "dev" and env.get("DEV_TOKENS", "on").lower() not in ("off", "0", "false"),
         dev_key_path=env.get("DEV_SIGNING_KEY_PATH") or os.path.join(".dev", "dev-signing-key.pem"),
     )

@@ -1,9 +1,10 @@
 """Local runner: consumes the plan-event queue and invokes the index handler, as Lambda's
 Amazon MQ event source mapping would.
 
-It collects up to `batch_size` messages (waiting at most `batch_window_seconds` for more after
-the first, and closing the batch once no message arrived for 20 ms), builds the Amazon MQ event for them, calls the handler, and acknowledges the batch
-only after the handler returned. A failing batch is retried with backoff. A message that failed
+It collects up to `batch_size` messages. After the first it waits at most
+`batch_window_seconds` for more, and closes the batch early once no message arrived for 20 ms.
+It builds the Amazon MQ event for the batch, calls the handler, and acknowledges the batch only
+after the handler returned. A failing batch is retried with backoff. A message that failed
 `max_attempts` times, or that the handler rejects as permanently invalid, is moved to the
 dead-letter queue `<queue>.dead`. The handler runs on a worker thread while this thread keeps
 servicing the pika connection, because a `BlockingConnection` sends no heartbeats while it is

@@ -39,7 +39,7 @@ class SearchIndex(Protocol):
         relation is `parent_type`, each with its nested children."""
 
     def plan_versions(self) -> dict[str, int]:
-        """Return the version of every plan the index holds (deleted plans excluded)."""
+        """Return the version of every plan in the index, excluding deleted plans."""
 
     def indexed_objects(self, plan_id: str) -> list[IndexedObject]:
         """Return every document indexed for one plan."""

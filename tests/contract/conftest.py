@@ -8,7 +8,6 @@ plans with fresh object ids and never depends on what other tests stored.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from chalicelib.store.sqlite_store import SqlitePlanStore
 from tests.support.jwt_factory import TokenFactory
 from tests.support.plans import SEED_PATCH as EXAMPLE_PATCH
 from tests.support.plans import SEED_PLAN as EXAMPLE_PLAN
+from tests.support.plans import with_suffix
 from tests.support.server import running_server
 
 STORE_KINDS = ("sqlite", "redis")
@@ -43,14 +43,7 @@ _DEFAULT_TOKEN: Any = object()
 
 def with_unique_ids(document: Any, suffix: str) -> Any:
     """Return a copy of `document` with `-<suffix>` appended to every objectId in it."""
-    if isinstance(document, list):
-        return [with_unique_ids(element, suffix) for element in document]
-    if not isinstance(document, dict):
-        return copy.deepcopy(document)
-    result = {key: with_unique_ids(value, suffix) for key, value in document.items()}
-    if isinstance(result.get("objectId"), str):
-        result["objectId"] = f"{result['objectId']}-{suffix}"
-    return result
+    return with_suffix(document, f"-{suffix}")
 
 
 def new_suffix() -> str:

@@ -1,4 +1,4 @@
-"""The seed's example plan and PATCH, and builders for plans with fresh ids."""
+"""The example plan and PATCH of `examples/`, and builders for plans with fresh ids."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_nothing_configured_means_embedded_backends() -> None:
     settings = load_settings({})
     assert (settings.redis_url, settings.rabbitmq_url, settings.search_url) == (None, None, None)
-    assert settings.stage == "dev" and settings.trust_dev_key
+    assert settings.stage == "dev"
+    assert settings.trust_dev_key
 
 
 def test_explicit_urls_win_over_seed_aliases() -> None:
